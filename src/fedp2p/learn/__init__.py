@@ -1,0 +1,1 @@
+"""Learning core: data sets, shards, models, training and knowledge distillation."""

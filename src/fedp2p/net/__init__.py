@@ -1,0 +1,1 @@
+"""TCP transport: a threaded node that carries wire messages between peers."""
