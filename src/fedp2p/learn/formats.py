@@ -170,7 +170,15 @@ def _dtype(*args: Any) -> np.dtype[Any]:
     return dt
 
 
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """Rebuild bytes the way Python 3 protocol-2 pickles spell them; no other codec is allowed."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
 _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
@@ -293,7 +301,7 @@ def read_cifar_tar(archive: Path) -> tuple[np.ndarray, ...]:
 
 
 def read_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
-    """Turn the classic `mnist.pkl.gz` (floats, 50k+10k+10k) back into the uint8 60k/10k splits."""
+    """Turn the classic `mnist.pkl.gz` (float train/valid/test) back into uint8 train (train+valid) and test."""
     obj = safe_unpickle(read_maybe_gzip(path), str(path))
     try:
         (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = obj
@@ -302,23 +310,24 @@ def read_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
             f"{path} is not the classic mnist.pkl.gz (three (x, y) splits); reinstall it."
         ) from exc
 
-    def to_bytes(x: Any, n: int) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.shape != (n, 784) or x.dtype.kind != "f":
+    def to_bytes(x: Any) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != 784 or x.dtype.kind != "f":
             raise UserError(
-                f"{path} has images of shape {getattr(x, 'shape', None)}, expected ({n}, 784) floats."
+                f"{path} has images of shape {getattr(x, 'shape', None)}, not (N, 784) floats; "
+                "reinstall the package that ships it."
             )
-        return (
-            np.rint(x.astype(np.float64) * 256.0).clip(0, 255).astype(np.uint8).reshape(n, 28, 28)
-        )
+        # Scaling by 256 is exact in floating point, so rounding recovers the original bytes.
+        return np.rint(x * 256.0).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
 
     def to_labels(y: Any, n: int) -> np.ndarray:
         labels = np.asarray(y).astype(np.int64)
-        if labels.shape != (n,) or labels.min() < 0 or labels.max() > 9:
+        if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() > 9)):
             raise UserError(
-                f"{path} has labels of shape {labels.shape}, expected ({n},) digits 0..9."
+                f"{path} has labels of shape {labels.shape} for {n} images, not {n} digits 0..9; "
+                "reinstall the package that ships it."
             )
         return labels
 
-    train_x = np.concatenate([to_bytes(tr_x, 50_000), to_bytes(va_x, 10_000)])
-    train_y = np.concatenate([to_labels(tr_y, 50_000), to_labels(va_y, 10_000)])
-    return train_x, train_y, to_bytes(te_x, 10_000), to_labels(te_y, 10_000)
+    train_x = np.concatenate([to_bytes(tr_x), to_bytes(va_x)])
+    train_y = np.concatenate([to_labels(tr_y, len(tr_x)), to_labels(va_y, len(va_x))])
+    return train_x, train_y, to_bytes(te_x), to_labels(te_y, len(te_x))

@@ -82,9 +82,9 @@ def _walk_tar(archive: Path) -> Iterator[tuple[tuple[str, str, str], str, bytes]
     try:
         with tarfile.open(archive, "r:*") as tf:
             for member in tf:
-                if not member.isfile():
-                    continue
-                parts = PurePosixPath(member.name.lstrip("/")).parts
+                if not member.isfile() or member.name.startswith("/"):
+                    continue  # links, devices and absolute names are never images of ours
+                parts = PurePosixPath(member.name).parts
                 parts = parts[1:] if parts[:1] == (".",) else parts
                 key = _image_key(parts)
                 if key is None:

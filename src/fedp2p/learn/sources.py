@@ -264,7 +264,9 @@ def locate(
         if found is not None:
             log.info("%s: using %s from %s (%s)", name, found.kind, found.paths[0], origin)
             return Source(found.kind, found.paths, origin)
-        looked.append(f"{origin} {directory}")
+        looked.append(
+            f"the cache folder {directory}" if origin == "cache" else f"{origin} {directory}"
+        )
     found = _package_source(name)
     if found is not None:
         log.info(
@@ -286,5 +288,6 @@ def locate(
         else:
             log.info("%s: downloaded into %s", name, src.paths[0].parent)
             return src
-    where = ", ".join(w for w in looked if w)
+    places = [w for w in looked if w]
+    where = ", ".join(places[:-1]) + f" or {places[-1]}" if len(places) > 1 else places[0]
     raise UserError(f"Found no {name} data in {where}, and {failure}; {HOW_TO_GET[name]}.")
