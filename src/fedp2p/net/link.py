@@ -98,6 +98,7 @@ class Link:
         self._aborted = False
         self._reader = threading.Thread(target=self._run_reader, name=f"fedp2p-read-{name}")
         self._writer = threading.Thread(target=self._run_writer, name=f"fedp2p-write-{name}")
+        self.last_write = time.monotonic()  # when the writer last finished a message
         self._fed_since_event = 0  # recv calls since the last complete message
 
     @property
@@ -343,6 +344,7 @@ class Link:
                     with self._conn_lock:
                         buffers = self._conn.send(message)
                     self._sendall(buffers)
+                    self.last_write = time.monotonic()
                 finally:
                     if holds_slot:
                         self._slots.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import random
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ class Node:
         self._all: set[Link] = set()  # every live link: handshaking, registered, retiring
         self._moving: dict[int, float] = {}  # peer -> deadline, while a duplicate is replaced
         self._serial = itertools.count()
+        self._rng = random.Random()
         self._listener: Listener | None = None
         self._ticker: threading.Thread | None = None
         self._membership: Membership | None = None
@@ -162,10 +164,18 @@ class Node:
         Raises ConnectionError when the peer cannot be reached or does not complete the
         handshake (a wrong secret looks like this).
         """
+        return self._joined(self._open(host, port), host, port)
+
+    def _open(self, host: str, port: int) -> Link:
+        """Dial and start a link's handshake without waiting for it."""
         sock = self._dial(host, port)
         link = self._start_link(sock, Role.INITIATOR, server_hostname=host)
         if link is None:
             raise ConnectionError("node is stopping")
+        return link
+
+    def _joined(self, link: Link, host: str, port: int) -> int:
+        """Wait for a dialed link's handshake and Hellos; the peer's id, or ConnectionError."""
         link.ready.wait()
         peer_id = link.peer_id
         if peer_id is not None and peer_id in self.connected():
@@ -183,6 +193,7 @@ class Node:
         neighbours = frozenset(neighbours) - {self.peer_id}
         known = self.known()
         current = self.connected()
+        dialed: list[tuple[int, PeerAddress, Link]] = []
         for peer_id in sorted(neighbours - current):
             if self.peer_id > peer_id:
                 continue
@@ -190,10 +201,15 @@ class Node:
             if address is None:
                 log.warning("node %d: neighbour %d has no known address", self.peer_id, peer_id)
                 continue
-            try:
-                self.connect(address.host, address.port)
+            try:  # all handshakes run at once; only the TCP connects are one after another
+                dialed.append((peer_id, address, self._open(address.host, address.port)))
             except ConnectionError as exc:
                 log.warning("node %d: cannot reach neighbour %d: %s", self.peer_id, peer_id, exc)
+        for peer_id, address, link in dialed:
+            try:
+                self._joined(link, address.host, address.port)
+            except ConnectionError as exc:
+                log.warning("node %d: cannot join neighbour %d: %s", self.peer_id, peer_id, exc)
         if prune:
             for peer_id in current - neighbours:
                 self._drop(peer_id, "not a neighbour")
@@ -391,19 +407,21 @@ class Node:
                     log.debug("node %d: dropping %s at stop", self.peer_id, type(event).__name__)
                     return
 
+    def _bootstrap(self) -> None:
+        """Dial the bootstrap addresses (again, while we know nobody)."""
+        for host, port in self.config.bootstrap:
+            if self._stop.is_set():
+                return
+            try:
+                self.connect(host, port)
+            except ConnectionError as exc:
+                log.warning("node %d: bootstrap %s:%d failed: %s", self.peer_id, host, port, exc)
+
     def _maintain(self) -> None:
         """Dial the bootstrap peers, then send heartbeats and gossip until stop."""
         cfg = self.config
         try:
-            for host, port in cfg.bootstrap:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.connect(host, port)
-                except ConnectionError as exc:
-                    log.warning(
-                        "node %d: bootstrap %s:%d failed: %s", self.peer_id, host, port, exc
-                    )
+            self._bootstrap()
             next_gossip = time.monotonic() + cfg.gossip_interval_s
             while not self._stop.wait(cfg.heartbeat_interval_s):
                 now = time.monotonic()
@@ -412,17 +430,23 @@ class Node:
                     expired = [p for p, t in self._moving.items() if t <= now]
                     for peer_id in expired:
                         del self._moving[peer_id]
+                # A link that carried anything lately needs no heartbeat to look alive.
                 heartbeat = Heartbeat(sent_at=time.time())
                 for link in links:
-                    link.try_send(heartbeat)
+                    if now - link.last_write >= cfg.heartbeat_interval_s / 2:
+                        link.try_send(heartbeat)
                 for peer_id in expired:
                     if peer_id not in self.connected():
                         self._emit(
                             PeerLeft(peer_id, "duplicate connection closed, none replaced it")
                         )
                 if now >= next_gossip:
-                    self._gossip()
                     next_gossip = now + cfg.gossip_interval_s
+                    if links:
+                        # Push gossip to one random peer per interval: O(n) messages overall.
+                        self._rng.choice(links).try_send(self._members.peers_message())
+                    elif not self.known():
+                        self._bootstrap()
         except Exception:
             log.exception("node %d: maintenance thread failed", self.peer_id)
 
