@@ -80,16 +80,14 @@ def train_epoch(
 ) -> float:
     """One pass of cross-entropy training over (x, y), already on the model's device; mean loss."""
     model.train()
-    total, seen = 0.0, 0
+    total = torch.zeros((), device=x.device)  # summed on the device: no per-batch sync
     for idx in batches(len(x), batch_size, generator):
-        xb, yb = x[idx], y[idx]
-        loss = F.cross_entropy(model(xb), yb)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-    return total / max(seen, 1)
+        total += loss.detach() * len(idx)
+    return float(total) / max(len(x), 1)
 
 
 @torch.no_grad()
