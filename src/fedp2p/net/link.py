@@ -83,7 +83,7 @@ class Link:
         self.remote: Hello | None = None
         self.observed_host = _peer_host(sock)
         self.ready = threading.Event()  # set when registered or failed
-        self.registered = False
+        self.accepted = False  # on_hello took it (registered, or a duplicate being retired)
         self.failure: str | None = None  # why the link ended, once it has
         self.left_reason: str | None = None  # set when the node dropped a registered link
         self._sock: socket.socket = sock
@@ -169,8 +169,8 @@ class Link:
             if self.closing:
                 return
             assert self.remote is not None
-            self.registered = self.owner.on_hello(self, self.remote)
-            if not self.registered:
+            self.accepted = self.owner.on_hello(self, self.remote)
+            if not self.accepted:
                 self._close_reason = self._close_reason or "not registered"
                 return
             self._writer.start()
