@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import socket
 import statistics
 import threading
@@ -34,7 +35,7 @@ def cnn7_shapes() -> list[tuple[int, ...]]:
     except Exception:  # torch missing: same layer pattern, by hand
         chans = [3, 16, 32, 32, 64, 64, 64, 64]
         shapes: list[tuple[int, ...]] = []
-        for cin, cout in zip(chans, chans[1:], strict=False):
+        for cin, cout in itertools.pairwise(chans):
             shapes += [(cout, cin, 3, 3), (cout,)]
         return [*shapes, (128, 64 * 4 * 4), (128,), (10, 128), (10,)]
 
@@ -125,14 +126,52 @@ def bench_nodes(payload: Payload, messages: int) -> float:
         b.stop()
 
 
-def bench_raw(frame_bytes: int, messages: int, buffer_bytes: int = 4 * 2**20) -> float:
-    """Raw TCP loopback: sendall of frame-sized buffers, recv_into a preallocated one, MB/s."""
+def tcp_pair(buffer_bytes: int = 4 * 2**20) -> tuple[socket.socket, socket.socket]:
+    """A connected TCP loopback pair with large buffers, as Node sets them."""
     server = socket.create_server(("127.0.0.1", 0))
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
     client.connect(server.getsockname())
     conn, _ = server.accept()
+    server.close()
+    return client, conn
+
+
+def bench_bare_connection(payload: Payload, messages: int) -> float:
+    """The wire alone over TCP: one thread encodes + sendmsg, one recv_into + decodes. MB/s."""
+    sender, receiver = connection_pair()
+    out, into = tcp_pair()
+    got: list[Payload] = []
+
+    def receive() -> None:
+        while len(got) < messages:
+            event = receiver.next_event()
+            if event is NEED_DATA:
+                view = receiver.read_buffer()
+                if view is not None:
+                    receiver.commit(into.recv_into(view))
+                else:
+                    receiver.receive_data(into.recv(256 * 1024))
+            elif isinstance(event, Payload):
+                got.append(event)
+
+    reader = threading.Thread(target=receive)
+    started = time.perf_counter()
+    reader.start()
+    for _ in range(messages):
+        out.sendmsg(sender.send(payload))  # loopback with 4 MB buffers: one call suffices
+    reader.join()
+    elapsed = time.perf_counter() - started
+    assert got[-1].tensors[-1].data == payload.tensors[-1].data
+    out.close()
+    into.close()
+    return messages * nbytes(payload) / elapsed / MB
+
+
+def bench_raw(frame_bytes: int, messages: int, buffer_bytes: int = 4 * 2**20) -> float:
+    """Raw TCP loopback: sendall of frame-sized buffers, recv_into a preallocated one, MB/s."""
+    client, conn = tcp_pair(buffer_bytes)
     data = np.random.default_rng(1).integers(0, 255, frame_bytes, dtype=np.uint8).tobytes()
     sink = bytearray(frame_bytes)
     elapsed = [0.0]
@@ -155,7 +194,7 @@ def bench_raw(frame_bytes: int, messages: int, buffer_bytes: int = 4 * 2**20) ->
         client.sendall(data)
     reader.join()
     assert hashlib.sha256(sink).digest() == hashlib.sha256(data).digest()
-    for sock in (client, conn, server):
+    for sock in (client, conn):
         sock.close()
     return messages * frame_bytes / elapsed[0] / MB
 
@@ -178,15 +217,17 @@ def main() -> None:
         print(f"{label}: {len(shapes)} tensors, {size / MB:.2f} MB of float32")
         print(f"  encode (send + HMAC)       {enc:9.0f} MB/s")
         print(f"  decode (receive + verify)  {dec:9.0f} MB/s")
-        ours, raw = [], []
+        ours, bare, raw = [], [], []
         for _ in range(args.repeats):
             ours.append(bench_nodes(payload, args.messages))
+            bare.append(bench_bare_connection(payload, args.messages))
             raw.append(bench_raw(size, args.messages))
-        o, r = statistics.median(ours), statistics.median(raw)
-        print(
-            f"  loopback x{args.messages}, median of {args.repeats}: "
-            f"Node->Node {o:.0f} MB/s, raw sendall/recv_into {r:.0f} MB/s, ratio {o / r:.2f}"
-        )
+        o, c, r = (statistics.median(x) for x in (ours, bare, raw))
+        print(f"  loopback, {args.messages} messages, median of {args.repeats}:")
+        print(f"    Node -> Node (threads, queues, events)   {o:7.0f} MB/s")
+        print(f"    bare wire Connection over TCP            {c:7.0f} MB/s")
+        print(f"    raw sendall / recv_into, same bytes      {r:7.0f} MB/s")
+        print(f"    ratio Node/raw {o / r:.2f}, Node/bare wire {o / c:.2f}")
 
 
 if __name__ == "__main__":

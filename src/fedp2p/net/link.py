@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import selectors
+import select
 import socket
 import ssl
 import threading
@@ -99,6 +99,7 @@ class Link:
         self._reader = threading.Thread(target=self._run_reader, name=f"fedp2p-read-{name}")
         self._writer = threading.Thread(target=self._run_writer, name=f"fedp2p-write-{name}")
         self.last_write = time.monotonic()  # when the writer last finished a message
+        self._poll: select.poll | None = None  # made by the reader thread, after any TLS wrap
         self._fed_since_event = 0  # recv calls since the last complete message
 
     @property
@@ -284,26 +285,39 @@ class Link:
 
     def _fill(self, timeout: float, what: str) -> None:
         """Wait up to `timeout` for bytes and feed them to the wire (zero-copy for big frames)."""
+        # Mid-transfer the bytes are usually there already: try first, poll only if not.
+        if self._receive(socket.MSG_DONTWAIT):
+            return
         if not self._wait_readable(timeout):
             if what == "idle":
                 raise LinkDown(f"dead peer: nothing heard for {timeout:g} s")
             if what == "frame":
                 raise LinkDown(f"slow sender: a frame stalled for {timeout:g} s")
             raise LinkDown(f"{what} timed out after {self.config.handshake_timeout_s:g} s")
+        self._receive(0)
+
+    def _receive(self, flags: int) -> bool:
+        """One recv (into the wire's frame buffer when it offers one); False if it would block."""
+        if flags and isinstance(self._sock, ssl.SSLSocket):
+            return False  # TLS sockets take no flags; the caller polls (and checks pending())
         with self._conn_lock:
             target = self._conn.read_buffer()
-        if target is not None:
-            n = self._sock.recv_into(target)
-            with self._conn_lock:
-                if n:
-                    self._conn.commit(n)
-                else:
-                    self._conn.receive_data(b"")
-        else:
-            data = self._sock.recv(_RECV_CHUNK)
-            with self._conn_lock:
-                self._conn.receive_data(data)
+        try:
+            if target is not None:
+                n = self._sock.recv_into(target, 0, flags)
+                with self._conn_lock:
+                    if n:
+                        self._conn.commit(n)
+                    else:
+                        self._conn.receive_data(b"")
+            else:
+                data = self._sock.recv(_RECV_CHUNK, flags)
+                with self._conn_lock:
+                    self._conn.receive_data(data)
+        except BlockingIOError:
+            return False
         self._fed_since_event += 1
+        return True
 
     def _wait_readable(self, timeout: float) -> bool:
         """Whether the socket has something to read (or EOF) within `timeout` seconds."""
@@ -311,9 +325,10 @@ class Link:
             return True
         if timeout <= 0:
             return False
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._sock, selectors.EVENT_READ)
-            return bool(selector.select(timeout))
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self._sock.fileno(), select.POLLIN)
+        return bool(self._poll.poll(timeout * 1000))
 
     def _teardown(self) -> None:
         """Stop the writer, close the socket; runs once, in the reader's `finally`."""

@@ -178,10 +178,13 @@ class Node:
         """Wait for a dialed link's handshake and Hellos; the peer's id, or ConnectionError."""
         link.ready.wait()
         peer_id = link.peer_id
-        if peer_id is not None and link.accepted:
-            # A duplicate may be in the middle of being replaced by the pair's other link.
-            if self.wait_connected(frozenset({peer_id}), timeout=self.config.handshake_timeout_s):
-                return peer_id
+        # A duplicate may be in the middle of being replaced by the pair's other link.
+        if (
+            peer_id is not None
+            and link.accepted
+            and self.wait_connected(frozenset({peer_id}), timeout=self.config.handshake_timeout_s)
+        ):
+            return peer_id
         raise ConnectionError(f"could not join {host}:{port}: {link.failure or 'refused'}")
 
     def connect_neighbours(
