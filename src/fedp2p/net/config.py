@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from fedp2p.wire.frames import Limits
+from fedp2p.wire import Limits
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from fedp2p.wire.messages import Message, PeerAddress
+from fedp2p.wire import Message, PeerAddress
 
 
 @dataclass(frozen=True)

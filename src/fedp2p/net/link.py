@@ -21,9 +21,19 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from fedp2p.net.config import NodeConfig
-from fedp2p.wire.connection import NEED_DATA, Closed, Connection, HandshakeComplete, Role
-from fedp2p.wire.errors import ProtocolError
-from fedp2p.wire.messages import Bye, Hello, Message
+from fedp2p.wire import (
+    NEED_DATA,
+    Bye,
+    Closed,
+    Connection,
+    Event,
+    HandshakeComplete,
+    Hello,
+    Message,
+    NeedData,
+    ProtocolError,
+    Role,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +259,7 @@ class Link:
         """Deliver messages until EOF, a Bye-then-EOF, a timeout or a protocol error."""
         while True:
             event = self._next_event()
-            if event is NEED_DATA:
+            if isinstance(event, NeedData):
                 mid_frame = self._mid_frame()
                 timeout = (
                     self.config.slow_sender_timeout_s
@@ -259,10 +269,12 @@ class Link:
                 self._fill(timeout, "frame" if mid_frame else "idle")
             elif isinstance(event, Closed):
                 raise LinkDown("peer closed the connection")
+            elif isinstance(event, HandshakeComplete):
+                raise ProtocolError("a second handshake on an open connection")
             else:
                 self.owner.on_message(self, event)
 
-    def _next_event(self) -> object:
+    def _next_event(self) -> Event:
         """The wire's next event, sending any handshake bytes it has for the peer."""
         with self._conn_lock:
             event = self._conn.next_event()

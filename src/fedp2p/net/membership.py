@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from fedp2p.wire.messages import PeerAddress, Peers
+from fedp2p.wire import PeerAddress, Peers
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,16 @@ from fedp2p.net.events import NodeEvent, PeerJoined, PeerLeft, Received
 from fedp2p.net.link import Link
 from fedp2p.net.listener import Listener, tune
 from fedp2p.net.membership import Membership, reachable_address
-from fedp2p.wire.connection import Role
-from fedp2p.wire.errors import RemoteProtocolError
-from fedp2p.wire.messages import Bye, Heartbeat, Hello, Message, PeerAddress, Peers
+from fedp2p.wire import (
+    Bye,
+    Heartbeat,
+    Hello,
+    Message,
+    PeerAddress,
+    Peers,
+    RemoteProtocolError,
+    Role,
+)
 
 log = logging.getLogger(__name__)
 
