@@ -36,8 +36,8 @@ MAX_ID = 2**63 - 1  # ids and counters fit a signed 64-bit integer everywhere
 MAX_DIM = 2**62  # one dimension of a shape; the byte count check bounds the product anyway
 MAX_META_DEPTH = 4  # lists nested in Payload.meta
 
-# A value in Payload.meta: a JSON scalar or a (nested) tuple of them; lists become tuples.
-MetaValue: TypeAlias = str | int | float | bool | tuple["MetaValue", ...] | None
+# A value in Payload.meta: a JSON scalar or a (nested) list of them; stored lists become tuples.
+MetaValue: TypeAlias = str | int | float | bool | list["MetaValue"] | tuple["MetaValue", ...] | None
 
 
 def check_text(what: str, value: object, *, allow_empty: bool = True) -> str:
@@ -213,7 +213,9 @@ class Peers:
             raise LocalProtocolError("addresses must be a tuple of PeerAddress")
         for address in self.addresses:
             if not isinstance(address, PeerAddress):
-                raise LocalProtocolError(f"addresses holds a {type(address).__name__}")
+                raise LocalProtocolError(
+                    f"addresses holds a {type(address).__name__}, not a PeerAddress"
+                )
         object.__setattr__(self, "addresses", tuple(self.addresses))
 
 
@@ -238,7 +240,9 @@ class Payload:
         names: set[str] = set()
         for tensor in self.tensors:
             if not isinstance(tensor, WireTensor):
-                raise LocalProtocolError(f"tensors holds a {type(tensor).__name__}")
+                raise LocalProtocolError(
+                    f"tensors holds a {type(tensor).__name__}, not a WireTensor"
+                )
             if tensor.name in names:
                 raise LocalProtocolError(f"tensor name {tensor.name!r} appears twice")
             names.add(tensor.name)
