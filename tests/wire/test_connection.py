@@ -395,3 +395,18 @@ def test_header_is_little_endian_and_documented_size() -> None:
 
     assert (magic, version, msg_type, flags, tensor_len) == (b"FP2P", 1, 0x14, 0, 0)
     assert len(frame) == 20 + meta_len + 32
+
+
+def test_frame_in_progress_tells_a_partial_frame_from_an_idle_line() -> None:
+    a, b = connected_pair()
+    frame = wire_bytes(a, Heartbeat(1.0))
+    assert not b.frame_in_progress
+
+    b.receive_data(frame[:5])
+    assert b.next_event() is NEED_DATA and b.frame_in_progress
+    b.receive_data(frame[5:25])
+    assert b.next_event() is NEED_DATA and b.frame_in_progress
+    b.receive_data(frame[25:])
+
+    assert b.next_event() == Heartbeat(1.0)
+    assert b.next_event() is NEED_DATA and not b.frame_in_progress

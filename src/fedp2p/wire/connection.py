@@ -179,6 +179,14 @@ class Connection:
         """Tell whether the peer has proved it holds the secret."""
         return self._state is _State.OPEN
 
+    @property
+    def frame_in_progress(self) -> bool:
+        """Tell whether part of a frame has arrived, so a stall is a slow sender, not an idle one.
+
+        Meaningful after ``next_event()`` returned NEED_DATA; small frames count too.
+        """
+        return self._frame is not None or bool(self._rx)
+
     # ------------------------------------------------------------------ sending
 
     def initiate(self) -> bytes:
