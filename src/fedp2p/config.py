@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import sys
 import typing
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,7 @@ class RunConfig:
     kd_weight: float = 1.0
     feature_weight: float = 1.0
     kd_epochs: int = 1
+    kd_samples: int = 1000
     kd_batch_size: int = 64
     # network
     topology: str = "full"
@@ -94,6 +96,7 @@ class RunConfig:
             (self.lr > 0, "lr must be positive"),
             (self.eval_every >= 1, "eval_every must be at least 1"),
             (self.kd_temperature > 0, "kd_temperature must be positive"),
+            (self.kd_samples >= 1, "kd_samples must be at least 1"),
             (self.round_timeout > 0, "round_timeout must be positive"),
             (
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -114,9 +117,23 @@ class RunConfig:
         """Architectures are dealt round-robin, so 30 clients get 10 of each of three."""
         return self.archs[client % len(self.archs)]
 
+    def to_toml(self) -> str:
+        """The resolved config as TOML, so a peer process reads exactly what its launcher ran."""
+        return "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.to_dict().items())
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field, the resolved config saved with each run."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def _jsonable(value: Any) -> Any:

@@ -40,9 +40,13 @@ class Progress:
         for r in records:
             if r.round == rnd and r.global_acc == r.global_acc:
                 accs.setdefault(r.arch, []).append(r.global_acc)
+        self.show(rnd, accs, note)
+
+    def show(self, rnd: int, accs: dict[str, list[float]], note: str = "") -> None:
+        """Print one round's line from accuracies grouped by architecture."""
         every = [a for v in accs.values() for a in v]
         mean = f"{100 * float(np.mean(every)):5.1f}%" if every else "  -  "
-        per = " ".join(f"{a} {100 * float(np.mean(v)):5.1f}" for a, v in sorted(accs.items()))
+        per = " ".join(f"{a} {100 * float(np.mean(v)):5.1f}" for a, v in sorted(accs.items()) if v)
         elapsed = time.perf_counter() - self.start
         print(
             f"[{self.algorithm}] round {rnd:>3}/{self.rounds}  global acc {mean}  ({per})"
