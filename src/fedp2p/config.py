@@ -48,13 +48,13 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     eval_every: int = 1
-    eval_subset: int = 2000
+    eval_subset: int = 500
     # knowledge distillation
     kd_temperature: float = 3.0
     kd_weight: float = 1.0
     feature_weight: float = 1.0
     kd_epochs: int = 1
-    kd_samples: int = 1000
+    kd_samples: int = 500
     kd_batch_size: int = 64
     # network
     topology: str = "full"
