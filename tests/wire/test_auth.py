@@ -1,4 +1,14 @@
-from fedp2p.wire.auth import derive_session_keys, frame_mac, hkdf_expand, hkdf_extract
+import pytest
+
+from fedp2p.wire.auth import (
+    MAC_SIZE,
+    FrameMac,
+    derive_session_keys,
+    frame_key,
+    frame_mac,
+    hkdf_expand,
+    hkdf_extract,
+)
 
 
 def test_hkdf_matches_rfc5869_test_case_1() -> None:
@@ -39,3 +49,37 @@ def test_frame_mac_binds_the_sequence_number() -> None:
 
     assert frame_mac(key, 0, [b"frame"]) != frame_mac(key, 1, [b"frame"])
     assert frame_mac(key, 0, [b"fr", memoryview(b"ame")]) == frame_mac(key, 0, [b"frame"])
+
+
+def test_each_frame_gets_its_own_one_time_poly1305_key() -> None:
+    key = b"k" * 32
+
+    keys = {frame_key(key, seq) for seq in range(100)} | {frame_key(b"j" * 32, 0)}
+
+    assert len(keys) == 101 and all(len(k) == 32 for k in keys)
+    with pytest.raises(ValueError):
+        frame_key(key, 2**64)
+
+
+def test_frame_mac_is_a_16_byte_poly1305_tag_checked_in_constant_time() -> None:
+    key = b"k" * 32
+    tag = frame_mac(key, 7, [b"header", b"body"])
+
+    good, bad, wrong_seq = FrameMac(key, 7), FrameMac(key, 7), FrameMac(key, 8)
+    for mac in (good, bad, wrong_seq):
+        mac.update(b"headerbody")
+
+    assert len(tag) == MAC_SIZE == 16
+    assert good.verify(tag)
+    assert not bad.verify(bytes([tag[0] ^ 1]) + tag[1:])
+    assert not wrong_seq.verify(tag)
+
+
+def test_a_frame_mac_cannot_be_used_twice() -> None:
+    mac = FrameMac(b"k" * 32, 0)
+    mac.tag()
+
+    with pytest.raises(ValueError, match="finalized"):
+        mac.update(b"more")
+    with pytest.raises(ValueError, match="finalized"):
+        mac.tag()

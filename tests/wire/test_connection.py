@@ -1,6 +1,7 @@
 import os
 import struct
 
+import numpy as np
 import pytest
 
 from fedp2p.wire import (
@@ -393,8 +394,8 @@ def test_header_is_little_endian_and_documented_size() -> None:
 
     magic, version, msg_type, flags, meta_len, tensor_len = struct.unpack_from("<4sBBHIQ", frame)
 
-    assert (magic, version, msg_type, flags, tensor_len) == (b"FP2P", 1, 0x14, 0, 0)
-    assert len(frame) == 20 + meta_len + 32
+    assert (magic, version, msg_type, flags, tensor_len) == (b"FP2P", 2, 0x14, 0, 0)
+    assert len(frame) == 20 + meta_len + 16
 
 
 def test_frame_in_progress_tells_a_partial_frame_from_an_idle_line() -> None:
@@ -410,3 +411,99 @@ def test_frame_in_progress_tells_a_partial_frame_from_an_idle_line() -> None:
 
     assert b.next_event() == Heartbeat(1.0)
     assert b.next_event() is NEED_DATA and not b.frame_in_progress
+
+
+def _feed_in_chunks(conn: Connection, stream: bytes, chunk: int = 50_000) -> list[object]:
+    """Drive conn the way a transport does: recv_into the frame buffer, else receive_data."""
+    data, pos, events = memoryview(stream), 0, []
+    while pos < len(data):
+        view = conn.read_buffer()
+        if view is None:
+            conn.receive_data(data[pos : pos + 100])
+            pos += 100
+        else:
+            n = min(len(view), chunk, len(data) - pos)
+            view[:n] = data[pos : pos + n]
+            conn.commit(n)
+            pos += n
+        events += drain(conn)
+    return events
+
+
+@pytest.mark.parametrize("where", [100, 300_000, -17, -1])
+def test_streamed_verification_hands_out_nothing_of_an_altered_frame(where: int) -> None:
+    a, b = connected_pair()
+    frame = bytearray(
+        wire_bytes(a, Payload(1, 2, "weights", (_tensor("w", "uint8", (400_000,), 1),)))
+    )
+    frame[where] ^= 0x01  # a tensor byte (early or late) or the tag (first or last byte)
+    data, pos = memoryview(frame), 0
+
+    with pytest.raises(RemoteProtocolError, match="failed authentication"):
+        while True:
+            view = b.read_buffer()
+            if view is None:
+                piece = data[pos : pos + 100]
+                b.receive_data(piece)
+            else:
+                piece = data[pos : pos + min(len(view), 30_000)]
+                view[: len(piece)] = piece
+                b.commit(len(piece))
+            pos += len(piece)
+            assert b.next_event() is NEED_DATA  # nothing before the whole frame is checked
+    assert pos == len(frame)
+
+
+def test_streamed_verification_accepts_any_chunking() -> None:
+    a, b = connected_pair()
+    msgs = [Payload(1, r, "weights", (_tensor("w", "uint8", (300_000 + r,), 1),)) for r in range(3)]
+    stream = b"".join(wire_bytes(a, m) for m in [*msgs, Heartbeat(1.0), *msgs])
+
+    for chunk in (1_000, 65_537, 10**7):
+        a2, b2 = connected_pair()
+        got = _feed_in_chunks(
+            b2, b"".join(wire_bytes(a2, m) for m in [*msgs, Heartbeat(1.0)]), chunk
+        )
+        assert got == [*msgs, Heartbeat(1.0)]
+    assert _feed_in_chunks(b, stream) == [*msgs, Heartbeat(1.0), *msgs]
+
+
+def test_frame_buffers_are_reused_only_once_nothing_refers_to_them() -> None:
+    a, b = connected_pair()
+    sent = [Payload(1, r, "weights", (_tensor("w", "uint8", (400_000,), 1),)) for r in range(8)]
+    (first,) = _feed_in_chunks(b, wire_bytes(a, sent[0]))
+    assert isinstance(first, Payload)
+    held = first.tensors[0].data  # the application keeps one tensor of the first message
+    del first
+    (second,) = _feed_in_chunks(b, wire_bytes(a, sent[1]))
+    assert isinstance(second, Payload)
+    array = np.frombuffer(second.tensors[0].data, np.uint8)[1:]  # ... and an array of another
+    del second
+    buffers = []
+
+    for msg in sent[2:]:
+        (got,) = _feed_in_chunks(b, wire_bytes(a, msg))
+        assert got == msg
+        assert isinstance(got, Payload) and isinstance(got.tensors[0].data, memoryview)
+        buffers.append(id(got.tensors[0].data.obj))
+        del got
+
+    assert bytes(held) == bytes(sent[0].tensors[0].data)  # never overwritten
+    assert array.tobytes() == bytes(sent[1].tensors[0].data)[1:]
+    assert isinstance(held, memoryview) and id(held.obj) not in buffers
+    assert len(set(buffers)) < len(buffers)  # released buffers were reused
+
+
+def test_buffer_reuse_can_be_turned_off() -> None:
+    a, b = Connection(Role.INITIATOR, SECRET), Connection(Role.RESPONDER, SECRET, recv_buffers=0)
+    handshake(a, b)
+    sent = [Payload(1, r, "weights", (_tensor("w", "uint8", (400_000,), 1),)) for r in range(3)]
+    kept = []
+
+    for msg in sent:
+        (got,) = _feed_in_chunks(b, wire_bytes(a, msg))
+        kept.append(got)
+
+    assert kept == sent and not b._pool
+    with pytest.raises(LocalProtocolError, match="recv_buffers"):
+        Connection(Role.INITIATOR, SECRET, recv_buffers=-1)

@@ -16,7 +16,7 @@ from fedp2p.wire import (
     Role,
     WireTensor,
 )
-from fedp2p.wire.frames import HEADER, MAGIC, MsgType, pack_header
+from fedp2p.wire.frames import HEADER, MAGIC, PROTOCOL_VERSION, MsgType, pack_header
 
 from .netsim import SECRET, connected_pair, drain, insider_frame, wire_bytes
 
@@ -52,10 +52,10 @@ def test_unknown_version_is_refused(open_connection: bool) -> None:
     if not open_connection:
         b.initiate()
 
-    b.receive_data(HEADER.pack(MAGIC, 2, MsgType.HELLO, 0, 2, 0))
+    b.receive_data(HEADER.pack(MAGIC, PROTOCOL_VERSION - 1, MsgType.HELLO, 0, 2, 0))
 
     with pytest.raises(
-        RemoteProtocolError, match=r"unsupported protocol version 2 \(this peer speaks 1\)"
+        RemoteProtocolError, match=r"unsupported protocol version 1 \(this peer speaks 2\)"
     ):
         b.next_event()
 
@@ -63,13 +63,22 @@ def test_unknown_version_is_refused(open_connection: bool) -> None:
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        (HEADER.pack(MAGIC, 1, 0x7F, 0, 2, 0), "unknown message type 0x7f"),
-        (HEADER.pack(MAGIC, 1, 0x00, 0, 2, 0), "unknown message type 0x00"),
-        (HEADER.pack(b"HTTP", 1, MsgType.HELLO, 0, 2, 0), "bad magic"),
-        (HEADER.pack(MAGIC, 1, MsgType.HELLO, 1, 2, 0), "unsupported flags"),
-        (HEADER.pack(MAGIC, 1, MsgType.HELLO, 0, 2, 64), "must not carry a tensor section"),
-        (HEADER.pack(MAGIC, 1, MsgType.NONCE, 0, 33, 0), "unexpected NONCE after the handshake"),
-        (HEADER.pack(MAGIC, 1, MsgType.PAYLOAD, 0, 2, 64), "not start at an aligned offset"),
+        (HEADER.pack(MAGIC, PROTOCOL_VERSION, 0x7F, 0, 2, 0), "unknown message type 0x7f"),
+        (HEADER.pack(MAGIC, PROTOCOL_VERSION, 0x00, 0, 2, 0), "unknown message type 0x00"),
+        (HEADER.pack(b"HTTP", PROTOCOL_VERSION, MsgType.HELLO, 0, 2, 0), "bad magic"),
+        (HEADER.pack(MAGIC, PROTOCOL_VERSION, MsgType.HELLO, 1, 2, 0), "unsupported flags"),
+        (
+            HEADER.pack(MAGIC, PROTOCOL_VERSION, MsgType.HELLO, 0, 2, 64),
+            "must not carry a tensor section",
+        ),
+        (
+            HEADER.pack(MAGIC, PROTOCOL_VERSION, MsgType.NONCE, 0, 33, 0),
+            "unexpected NONCE after the handshake",
+        ),
+        (
+            HEADER.pack(MAGIC, PROTOCOL_VERSION, MsgType.PAYLOAD, 0, 2, 64),
+            "not start at an aligned offset",
+        ),
     ],
 )
 def test_bad_headers_are_refused_on_sight(header: bytes, message: str) -> None:

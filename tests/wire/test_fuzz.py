@@ -219,7 +219,7 @@ def test_insider_mutated_payloads_decode_or_raise_protocol_errors(
     a, b = connected_pair()
     frame = wire_bytes(a, payload)
     meta_len = int.from_bytes(frame[8:12], "little")
-    body = bytearray(frame[20:-32])
+    body = bytearray(frame[20:-16])
     index = data.draw(st.integers(0, len(body) - 1))
     body[index] = data.draw(st.integers(0, 255))
 

@@ -1,4 +1,4 @@
-"""fedp2p.wire must stay pure stdlib: no sockets, threads, asyncio, torch, numpy or pickle."""
+"""fedp2p.wire stays stdlib plus `cryptography`: no sockets, threads, asyncio, torch, numpy, pickle."""
 
 import ast
 import subprocess
@@ -41,6 +41,19 @@ def test_wire_modules_import_nothing_forbidden() -> None:
 
     assert len(sources) >= 6
     assert not any(offenders.values()), offenders
+
+
+# The only third-party package the wire may use: OpenSSL's Poly1305 for the frame MAC.
+ALLOWED_THIRD_PARTY = {"cryptography"}
+
+
+def test_wire_modules_import_only_stdlib_fedp2p_and_cryptography() -> None:
+    allowed = set(sys.stdlib_module_names) | {"fedp2p", "__future__"} | ALLOWED_THIRD_PARTY
+
+    imported = set().union(*(_imported_modules(p) for p in WIRE_DIR.glob("*.py")))
+
+    assert imported - allowed == set()
+    assert "cryptography" in imported
 
 
 def test_wire_code_never_evaluates_or_imports_dynamically() -> None:

@@ -6,6 +6,7 @@ and docs/wire.md for the frame layout, the handshake and the threat model.
 
 from fedp2p.wire.connection import (
     NEED_DATA,
+    RECV_BUFFERS,
     RECV_INTO_MIN,
     Closed,
     Connection,
@@ -37,6 +38,7 @@ __all__ = [
     "KINDS",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "RECV_BUFFERS",
     "RECV_INTO_MIN",
     "Bye",
     "Closed",

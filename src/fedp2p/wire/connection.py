@@ -33,27 +33,41 @@ Step 2 is why the API has ``data_to_send()`` beside ``initiate()``: the proof co
 so it can only go out after the peer's nonce arrived. ``send()`` also prepends anything still
 queued, so a caller that sends right after ``HandshakeComplete`` cannot reorder the proof.
 
-After the handshake every frame ends with HMAC-SHA256(direction key, seq || frame), where seq
-counts frames per direction from 0 and is never sent; a frame that was altered, replayed,
-reordered, or reflected back to its sender fails that check and raises RemoteProtocolError.
+After the handshake every frame ends with a 16-byte Poly1305 tag over seq || frame, under a
+one-time key derived from the direction key and seq (``auth.FrameMac``); seq counts frames per
+direction from 0 and is never sent. A frame that was altered, replayed, reordered, or reflected
+back to its sender fails that check and raises RemoteProtocolError.
 
 Zero-copy receive: once ``next_event()`` has parsed a header (and only then, after the limit
-checks) the connection allocates one buffer for the whole frame. While more than
-``RECV_INTO_MIN`` bytes of it are missing, ``read_buffer()`` returns a writable view of the
-missing part for ``recv_into``; ``commit(n)`` records what arrived. Decoded tensors are views
-into that buffer, so a big update is written to memory once, by the kernel.
+checks) the connection takes one buffer for the whole frame. While more than ``RECV_INTO_MIN``
+bytes of it are missing, ``read_buffer()`` returns a writable view of the missing part for
+``recv_into``; ``commit(n)`` records what arrived. Decoded tensors are views into that buffer,
+so a big update is written to memory once, by the kernel.
+
+Streaming verification: the MAC absorbs bytes as ``commit()``/``receive_data()`` deliver them
+(while they are still in cache), but nothing of a frame is parsed or handed out before its
+whole tag has been checked.
+
+Buffer reuse: a fresh multi-megabyte buffer costs a page fault per 4 KiB on first touch, which
+on loopback is as slow as receiving the bytes. So the connection keeps the buffers of its last
+``recv_buffers`` big frames and reuses one for a new frame only when nothing but the pool
+refers to it any more (``sys.getrefcount``: every memoryview, tensor or array made from a
+decoded message keeps the buffer referenced, so a buffer still in use is never overwritten).
+Without CPython's reference counting (PyPy, free-threaded builds) it always allocates.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from fedp2p.wire.auth import (
     MAC_SIZE,
     NONCE_SIZE,
+    FrameMac,
     SessionKeys,
     derive_session_keys,
     frame_mac,
@@ -81,6 +95,12 @@ from fedp2p.wire.secret import check_secret
 log = logging.getLogger(__name__)
 
 RECV_INTO_MIN = 64 * 1024  # below this many missing bytes, plain recv() + receive_data() is cheaper
+RECV_BUFFERS = 3  # default pool of big-frame buffers per connection (see Buffer reuse above)
+POOL_MIN_BYTES = 256 * 1024  # smaller frames come from malloc's free lists, without faults
+# References to an idle pooled buffer as sys.getrefcount(pool[i]) sees them: the pool's list
+# slot and the call's argument. Only trusted where reference counts are exact and immediate.
+_IDLE_REFS = 2
+_REUSE_OK = sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 class Role(enum.Enum):
@@ -140,12 +160,24 @@ _PROOF_BODY = 32
 class Connection:
     """One end of one authenticated fedp2p connection, with no I/O of its own."""
 
-    def __init__(self, role: Role, secret: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
-        """Prepare a connection; nothing is sent until ``initiate()``."""
+    def __init__(
+        self,
+        role: Role,
+        secret: bytes,
+        limits: Limits = DEFAULT_LIMITS,
+        recv_buffers: int = RECV_BUFFERS,
+    ) -> None:
+        """Prepare a connection; nothing is sent until ``initiate()``.
+
+        ``recv_buffers`` big-frame buffers are kept for reuse (0: allocate every frame anew);
+        idle, they cost up to that many times the largest recent frame of memory.
+        """
         if not isinstance(role, Role):
             raise LocalProtocolError(f"role must be a Role, not {role!r}")
         if not isinstance(limits, Limits):
             raise LocalProtocolError(f"limits must be a Limits, not {limits!r}")
+        if type(recv_buffers) is not int or recv_buffers < 0:
+            raise LocalProtocolError(f"recv_buffers must be an int >= 0, not {recv_buffers!r}")
         self._role = role
         self._secret = check_secret(secret)
         self._limits = limits
@@ -154,8 +186,15 @@ class Connection:
         self._outbox = bytearray()
         self._rx = bytearray()  # received bytes not yet in a frame buffer
         self._header: FrameHeader | None = None
-        self._frame: bytearray | None = None  # the frame being received, allocated after its header
+        # The frame being received, taken after its header was checked; it may be longer than
+        # the frame (a reused buffer): only its first _frame_len bytes are the frame.
+        self._frame: bytearray | None = None
+        self._frame_len = 0
         self._filled = 0
+        self._mac: FrameMac | None = None  # the frame's MAC, fed as bytes arrive
+        self._maced = 0  # how many of the frame's bytes the MAC has absorbed
+        self._pool: list[bytearray] = []  # recent big-frame buffers, oldest first
+        self._pool_size = recv_buffers if _REUSE_OK else 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
         self._keys: SessionKeys | None = None
@@ -226,11 +265,12 @@ class Connection:
         if not view:
             self._eof = True
             return
-        if self._frame is not None and self._filled < len(self._frame):
-            n = min(len(view), len(self._frame) - self._filled)
+        if self._frame is not None and self._filled < self._frame_len:
+            n = min(len(view), self._frame_len - self._filled)
             self._frame[self._filled : self._filled + n] = view[:n]
             self._filled += n
             view = view[n:]
+            self._absorb()
         if view:
             self._rx += view
 
@@ -238,20 +278,31 @@ class Connection:
         """Return the missing part of a large frame for ``recv_into``, else None (use receive_data)."""
         if self._frame is None or self._error is not None or self._eof:
             return None
-        if len(self._frame) - self._filled < RECV_INTO_MIN:
+        if self._frame_len - self._filled < RECV_INTO_MIN:
             return None
-        return memoryview(self._frame)[self._filled :]
+        return memoryview(self._frame)[self._filled : self._frame_len]
 
     def commit(self, n: int) -> None:
         """Record that ``recv_into(read_buffer())`` wrote n bytes; EOF goes to receive_data(b"")."""
         if self._frame is None or self._eof:
             raise LocalProtocolError("commit() without a frame buffer to fill")
-        missing = len(self._frame) - self._filled
+        missing = self._frame_len - self._filled
         if not 0 < n <= missing:
             raise LocalProtocolError(
                 f"commit({n}) but {missing} bytes are missing; for EOF call receive_data(b'')"
             )
         self._filled += n
+        self._absorb()
+
+    def _absorb(self) -> None:
+        """Feed the MAC the frame bytes that arrived since last time (the tag itself excluded)."""
+        if self._mac is None or self._frame is None:
+            return
+        end = min(self._filled, self._frame_len - MAC_SIZE)
+        if end > self._maced:
+            with memoryview(self._frame) as view:
+                self._mac.update(view[self._maced : end])
+            self._maced = end
 
     def next_event(self) -> Event:
         """Return the next event, NEED_DATA, or Closed; raise ProtocolError on anything bad."""
@@ -263,7 +314,7 @@ class Connection:
             return self._next_event()
         except RemoteProtocolError as exc:
             self._error = exc
-            self._frame = None
+            self._frame, self._mac = None, None
             self._rx.clear()
             log.debug("%s connection failed: %s", self._role.name.lower(), exc)
             raise
@@ -276,10 +327,10 @@ class Connection:
                     return self._between_frames()
                 self._start_frame()
             assert self._frame is not None
-            if self._filled < len(self._frame):
+            if self._filled < self._frame_len:
                 if self._eof:
                     raise RemoteProtocolError(
-                        f"connection closed mid-frame: {self._filled} of {len(self._frame)} "
+                        f"connection closed mid-frame: {self._filled} of {self._frame_len} "
                         "bytes arrived"
                     )
                 return NEED_DATA
@@ -300,15 +351,38 @@ class Connection:
         return Closed()
 
     def _start_frame(self) -> None:
-        """Check a complete header, then allocate the frame buffer and move buffered bytes in."""
-        trailer = MAC_SIZE if self._state is _State.OPEN else 0
-        header = parse_header(bytes(self._rx[:HEADER_SIZE]), self._limits, trailer)
+        """Check a complete header, then take a frame buffer and move buffered bytes in."""
+        is_open = self._state is _State.OPEN
+        header = parse_header(
+            bytes(self._rx[:HEADER_SIZE]), self._limits, MAC_SIZE if is_open else 0
+        )
         self._check_phase(header)
-        frame = bytearray(header.frame_len)
-        n = min(len(self._rx), len(frame))
+        size = header.frame_len
+        frame = self._take_buffer(size)
+        n = min(len(self._rx), size)
         frame[:n] = self._rx[:n]
         del self._rx[:n]
-        self._header, self._frame, self._filled = header, frame, n
+        self._header, self._frame, self._frame_len, self._filled = header, frame, size, n
+        self._mac = FrameMac(self._recv_key, self._recv_seq) if is_open else None
+        self._maced = 0
+        self._absorb()
+
+    def _take_buffer(self, size: int) -> bytearray:
+        """Reuse a pooled buffer nothing else refers to, or allocate (and pool) a new one."""
+        if size < POOL_MIN_BYTES or not self._pool_size:
+            return bytearray(size)
+        pool = self._pool
+        for i in range(len(pool)):
+            # The size bound keeps one huge frame from pinning its buffer for small ones.
+            if size <= len(pool[i]) <= 2 * size and sys.getrefcount(pool[i]) == _IDLE_REFS:
+                buffer = pool.pop(i)
+                pool.append(buffer)
+                return buffer
+        buffer = bytearray(size)
+        pool.append(buffer)
+        if len(pool) > self._pool_size:
+            del pool[0]  # if the application still holds it, it stays alive for it
+        return buffer
 
     def _check_phase(self, header: FrameHeader) -> None:
         """Refuse frames the handshake state does not allow, before allocating their buffer."""
@@ -333,18 +407,21 @@ class Connection:
 
     def _finish_frame(self) -> Event | None:
         """Consume the complete frame: advance the handshake or verify and decode a message."""
-        frame, header = self._frame, self._header
+        frame, header, mac = self._frame, self._header, self._mac
         assert frame is not None and header is not None
-        self._frame, self._header = None, None
+        self._frame, self._header, self._mac = None, None, None
         body = memoryview(frame)[HEADER_SIZE : HEADER_SIZE + header.meta_len + header.tensor_len]
         if self._state is _State.AWAIT_NONCE:
             self._on_nonce(body)
             return None
         if self._state is _State.AWAIT_PROOF:
             return self._on_proof(body)
-        end = len(frame) - MAC_SIZE
-        expected = frame_mac(self._recv_key, self._recv_seq, [memoryview(frame)[:end]])
-        if not same_digest(expected, memoryview(frame)[end:]):
+        # Every byte before the tag has been absorbed; nothing was parsed or handed out yet.
+        end = self._frame_len - MAC_SIZE
+        assert mac is not None and self._maced == end
+        with memoryview(frame) as view:
+            authentic = mac.verify(view[end : self._frame_len])
+        if not authentic:
             raise RemoteProtocolError(
                 f"{header.msg_type.name} frame #{self._recv_seq} failed authentication "
                 "(altered, replayed, reordered or reflected)"

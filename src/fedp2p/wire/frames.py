@@ -4,14 +4,14 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"FP2P"
-    4       1     protocol version (1)
+    4       1     protocol version (2; version 1 used an HMAC-SHA256 trailer)
     5       1     message type (MsgType)
     6       2     flags (must be 0)
     8       4     metadata length M
     12      8     tensor-section length T
     20      M     metadata: UTF-8 JSON object (handshake frames: raw bytes)
     20+M    T     tensor section: each tensor's raw bytes at a 64-byte aligned offset
-    20+M+T  32    HMAC-SHA256 tag (only after the handshake; see ``connection``)
+    20+M+T  16    Poly1305 tag under a one-time key (only after the handshake; see ``auth``)
 
 Tensor descriptors (name, dtype, shape) live in the metadata; offsets are not sent but
 recomputed from the byte counts, so there is exactly one valid layout and no overlap.
@@ -44,7 +44,7 @@ from fedp2p.wire.messages import (
 )
 
 MAGIC = b"FP2P"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HEADER = struct.Struct("<4sBBHIQ")
 HEADER_SIZE = HEADER.size
 ALIGN = 64  # tensor offsets, counted from the start of the frame
