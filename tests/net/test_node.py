@@ -184,6 +184,23 @@ def test_slow_sender_is_dropped(make_node, raw_peers) -> None:
     assert_healthy(a, make_node)
 
 
+def test_small_frame_begun_with_the_previous_one_counts_as_slow_sender(
+    make_node, raw_peers
+) -> None:
+    a = make_node(1)
+    raw = raw_peers(("127.0.0.1", a.address.port))
+    raw.join(5)
+    wait_event(a, PeerJoined)
+    first, second = raw.frame_bytes(Heartbeat(1.0)), raw.frame_bytes(Heartbeat(2.0))
+
+    started = time.monotonic()
+    raw.sock.sendall(first + second[:10])  # one complete frame and the start of the next
+
+    left = wait_event(a, PeerLeft, timeout=5)
+    assert "slow sender" in left.reason
+    assert time.monotonic() - started < a.config.dead_peer_timeout_s
+
+
 def test_dead_peer_is_dropped(make_node, raw_peers) -> None:
     a = make_node(1)
     raw = raw_peers(("127.0.0.1", a.address.port))

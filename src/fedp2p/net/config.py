@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from fedp2p.wire import Limits
+from fedp2p.wire import RECV_BUFFERS, Limits
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class NodeConfig:
     gossip_interval_s: float = 5.0
     # Kernel socket buffers; large ones keep big frames flowing on fast links.
     socket_buffer_bytes: int = 4 * 1024 * 1024
+    # Big-frame receive buffers each connection keeps for reuse (no page faults on a stream of
+    # big messages); idle, they hold up to this many of the largest recent frames. 0: none.
+    recv_buffers: int = RECV_BUFFERS
     # Optional TLS around the authenticated wire protocol (both or neither).
     server_ssl: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     client_ssl: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
@@ -54,6 +57,8 @@ class NodeConfig:
             raise ValueError(f"peer_id must be a non-negative 63-bit integer, got {self.peer_id}")
         if not self.secret:
             raise ValueError("secret must not be empty")
+        if self.recv_buffers < 0:
+            raise ValueError(f"recv_buffers must be >= 0, got {self.recv_buffers}")
         if self.send_queue_size < 1 or self.event_queue_size < 1:
             raise ValueError("send_queue_size and event_queue_size must be at least 1")
         for name in (

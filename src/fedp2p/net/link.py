@@ -99,7 +99,7 @@ class Link:
         self._sock: socket.socket = sock
         self._server_hostname = server_hostname
         self._hello = hello
-        self._conn = Connection(role, config.secret, config.limits)
+        self._conn = Connection(role, config.secret, config.limits, config.recv_buffers)
         self._conn_lock = threading.Lock()  # the reader and writer share one Connection
         self._queue: queue.Queue[tuple[Message, bool] | _Stop] = queue.Queue()
         self._slots = threading.BoundedSemaphore(config.send_queue_size)
@@ -110,7 +110,6 @@ class Link:
         self._writer = threading.Thread(target=self._run_writer, name=f"fedp2p-write-{name}")
         self.last_write = time.monotonic()  # when the writer last finished a message
         self._poll: select.poll | None = None  # made by the reader thread, after any TLS wrap
-        self._fed_since_event = 0  # recv calls since the last complete message
 
     @property
     def peer_id(self) -> int | None:
@@ -260,7 +259,8 @@ class Link:
         while True:
             event = self._next_event()
             if isinstance(event, NeedData):
-                mid_frame = self._mid_frame()
+                with self._conn_lock:
+                    mid_frame = self._conn.frame_in_progress
                 timeout = (
                     self.config.slow_sender_timeout_s
                     if mid_frame
@@ -279,21 +279,9 @@ class Link:
         with self._conn_lock:
             event = self._conn.next_event()
             outgoing = self._conn.data_to_send()
-        if event is not NEED_DATA:
-            self._fed_since_event = 0
         if outgoing:
             self._sendall([outgoing])
         return event
-
-    def _mid_frame(self) -> bool:
-        """Whether the peer has begun a frame that has not fully arrived yet.
-
-        The wire only says so for big frames (read_buffer); for small ones we count bytes fed
-        since the last complete message, which misses only a frame begun in the same recv as
-        the previous one ended (that case falls back to the dead-peer timeout).
-        """
-        with self._conn_lock:
-            return self._conn.read_buffer() is not None or self._fed_since_event > 0
 
     def _fill(self, timeout: float, what: str) -> None:
         """Wait up to `timeout` for bytes and feed them to the wire (zero-copy for big frames)."""
@@ -328,7 +316,6 @@ class Link:
                     self._conn.receive_data(data)
         except BlockingIOError:
             return False
-        self._fed_since_event += 1
         return True
 
     def _wait_readable(self, timeout: float) -> bool:
