@@ -48,8 +48,9 @@ Streaming verification: the MAC absorbs bytes as ``commit()``/``receive_data()``
 (while they are still in cache), but nothing of a frame is parsed or handed out before its
 whole tag has been checked.
 
-Buffer reuse: a fresh multi-megabyte buffer costs a page fault per 4 KiB on first touch, which
-on loopback is as slow as receiving the bytes. So the connection keeps the buffers of its last
+Buffer reuse: a multi-megabyte buffer that malloc takes fresh from the OS costs a page fault
+per 4 KiB on first touch, on loopback about as much as receiving the bytes (malloc recycles
+freed memory only some of the time). So the connection keeps the buffers of its last
 ``recv_buffers`` big frames and reuses one for a new frame only when nothing but the pool
 refers to it any more (``sys.getrefcount``: every memoryview, tensor or array made from a
 decoded message keeps the buffer referenced, so a buffer still in use is never overwritten).
