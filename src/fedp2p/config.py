@@ -51,6 +51,7 @@ class RunConfig:
     eval_subset: int = 500
     # knowledge distillation
     kd_temperature: float = 3.0
+    kd_sharpen: float = 0.1  # entropy reduction of the neighbours' ensemble; 1.0 turns it off
     kd_weight: float = 1.0
     feature_weight: float = 1.0
     kd_epochs: int = 1
@@ -97,6 +98,7 @@ class RunConfig:
             (self.eval_every >= 1, "eval_every must be at least 1"),
             (self.kd_temperature > 0, "kd_temperature must be positive"),
             (self.kd_samples >= 1, "kd_samples must be at least 1"),
+            (0 < self.kd_sharpen <= 1, "kd_sharpen must be in (0, 1]"),
             (self.round_timeout > 0, "round_timeout must be positive"),
             (
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

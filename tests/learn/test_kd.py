@@ -327,3 +327,18 @@ def test_distill_epoch_refuses_teacher_signals_of_the_wrong_size():
         distill_epoch(
             student, ref_x, teacher_probs=None, teacher_relation=torch.zeros(8, 7), **common
         )
+
+
+def test_sharpen_keeps_the_argmax_lowers_entropy_and_matches_a_hand_formula():
+    from fedp2p.learn.kd import sharpen
+
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.34, 0.33, 0.33]], dtype=torch.float64)
+    sharp = sharpen(probs, 0.5)
+    hand = probs**2 / (probs**2).sum(1, keepdim=True)
+    torch.testing.assert_close(sharp, hand)
+    assert torch.equal(sharp.argmax(1), probs.argmax(1))
+    entropy = lambda p: -(p * p.log()).sum(1)  # noqa: E731
+    assert (entropy(sharp) < entropy(probs)).all()
+    assert torch.equal(sharpen(probs, 1.0), probs)
+    with pytest.raises(ValueError):
+        sharpen(probs, 0.0)

@@ -12,7 +12,7 @@ import torch
 
 from fedp2p.config import RunConfig
 from fedp2p.learn.aggregate import average_relations, weighted_average
-from fedp2p.learn.kd import distill_epoch, ensemble_teacher
+from fedp2p.learn.kd import distill_epoch, ensemble_teacher, sharpen
 from fedp2p.learn.learner import Learner
 from fedp2p.peer.tensors import check_matrix, state_from_wire, state_to_wire, to_wire
 from fedp2p.wire.messages import Payload
@@ -150,7 +150,9 @@ def learn_from(
         except ValueError as exc:
             log.warning("%s from peer %d refused: %s", "logits/features", peer, exc)
     teacher_probs = (
-        ensemble_teacher(teacher_logits, config.kd_temperature).to(learner.device)
+        sharpen(ensemble_teacher(teacher_logits, config.kd_temperature), config.kd_sharpen).to(
+            learner.device
+        )
         if teacher_logits
         else None
     )
