@@ -15,7 +15,7 @@ from fedp2p.peer.algorithms import (
     learn_from,
     round_reference,
 )
-from fedp2p.peer.tensors import to_wire
+from fedp2p.peer.tensors import state_to_wire, to_wire
 from fedp2p.wire.messages import Payload
 
 CONFIG = build_config(
@@ -124,3 +124,33 @@ def test_hostile_or_broken_payloads_are_skipped_not_fatal():
     assert info["teachers"] == 1  # peer 1's logits and features were fine
     assert all(torch.isfinite(p).all() for p in me.model.parameters())
     assert any(not torch.equal(x, y) for x, y in zip(before, params(me), strict=True))
+
+
+def test_non_finite_weights_from_a_neighbour_are_refused():
+    plan, ref = PLANS["weights"], reference()
+    got = payloads_from([1], plan, ref)
+    poisoned = {k: v.clone() for k, v in learner(1).model.state_dict().items()}
+    poisoned["head.bias"][0] = float("nan")
+    got[(1, "weights")] = Payload(1, 1, "weights", state_to_wire(poisoned), {"samples": 24})
+    me = learner(0)
+    info = learn_from(plan, CONFIG, me, got, ref, torch.Generator())
+    assert info["averaged"] == 0
+    assert all(torch.isfinite(p).all() for p in me.model.parameters())
+
+
+def test_a_diverging_distillation_is_rolled_back(monkeypatch):
+    plan, ref = PLANS["logits"], reference()
+    got = payloads_from([1], plan, ref)
+    me = learner(0)
+    before = params(me)
+
+    def explode(learner, *args, **kwargs):
+        with torch.no_grad():
+            next(learner.model.parameters()).fill_(float("inf"))
+        return {}
+
+    monkeypatch.setattr("fedp2p.peer.algorithms.distill_epoch", explode)
+    info = learn_from(plan, CONFIG, me, got, ref, torch.Generator())
+    assert info["reverted"] == 1
+    for a, b in zip(before, params(me), strict=True):
+        assert torch.equal(a, b)

@@ -111,6 +111,7 @@ def distill_epoch(
     feature_weight: float,
     batch_size: int,
     generator: torch.Generator,
+    max_grad_norm: float | None = 5.0,
 ) -> dict[str, float]:
     """One pass over the reference set, each step mixing private CE with the teachers' signals.
 
@@ -155,6 +156,8 @@ def distill_epoch(
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if max_grad_norm:  # a sharp teacher at T^2 weight can kick a plain deep net into divergence
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         for key, value in (("loss", loss), ("ce", ce), ("kd", kd), ("feature", feature)):
             totals[key] += value.detach()

@@ -126,6 +126,7 @@ def learn_from(
                 continue
             try:
                 state, samples = state_from_wire(payload.tensors, like=own), _samples(payload)
+                _check_finite(state)
             except ValueError as exc:
                 log.warning("weights from peer %d refused: %s", peer, exc)
                 continue
@@ -161,6 +162,7 @@ def learn_from(
     if teacher_probs is None and relation is None:
         return info
     t0 = time.perf_counter()
+    before = {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
     for _ in range(config.kd_epochs):
         losses = distill_epoch(
             learner,
@@ -174,8 +176,21 @@ def learn_from(
             generator=generator,
         )
         info.update(losses)
+    try:
+        _check_finite(learner.model.state_dict())
+    except ValueError:
+        log.warning("distillation diverged; keeping the weights from before it")
+        learner.model.load_state_dict(before)
+        info["reverted"] = 1
     info["distill_seconds"] = time.perf_counter() - t0
     return info
+
+
+def _check_finite(state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights: averaged in, one diverged peer would poison all its kind."""
+    for name, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"tensor {name!r} holds NaN or infinite values")
 
 
 def _one(payload: Payload) -> object:
