@@ -170,7 +170,7 @@ def test_tampered_frame_is_closed(make_node, raw_peers) -> None:
 
 
 def test_slow_sender_is_dropped(make_node, raw_peers) -> None:
-    a = make_node(1)
+    a = make_node(1, dead_peer_timeout_s=10.0)  # well apart, so a loaded machine cannot race them
     raw = raw_peers(("127.0.0.1", a.address.port))
     raw.join(5)
     frame = raw.frame_bytes(payload(5, 1 << 20))
@@ -187,7 +187,7 @@ def test_slow_sender_is_dropped(make_node, raw_peers) -> None:
 def test_small_frame_begun_with_the_previous_one_counts_as_slow_sender(
     make_node, raw_peers
 ) -> None:
-    a = make_node(1)
+    a = make_node(1, dead_peer_timeout_s=10.0)
     raw = raw_peers(("127.0.0.1", a.address.port))
     raw.join(5)
     wait_event(a, PeerJoined)
