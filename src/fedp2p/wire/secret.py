@@ -15,8 +15,7 @@ MIN_SECRET_BYTES = 16
 DEFAULT_SECRET_BYTES = 32
 ENV_VAR = "FEDP2P_SECRET"
 _HOW_TO = (
-    "create one with `python -c 'import secrets; print(secrets.token_hex(32))'` "
-    "and give the same value to every peer of the network"
+    "create one with `fedp2p keygen FILE` and give the same file to every peer of the network"
 )
 
 
