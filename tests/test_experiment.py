@@ -108,3 +108,20 @@ def test_cli_help_and_version(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0
+
+
+def test_keygen_writes_a_private_secret_and_never_overwrites(tmp_path, capsys):
+    from fedp2p.wire.secret import load_secret
+
+    path = tmp_path / "net.secret"
+    assert main(["keygen", str(path)]) == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(load_secret(str(path))) == 32
+    assert main(["keygen", str(path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_peer_command_refuses_bad_addresses_in_one_sentence(capsys):
+    assert main(["peer", "--id", "0", "--bootstrap", "nohost"]) == 2
+    err = capsys.readouterr().err
+    assert "HOST:PORT" in err and "Traceback" not in err
