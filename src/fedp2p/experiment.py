@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fedp2p.config import RunConfig
-from fedp2p.learn.learner import Learner, TrainSettings
+from fedp2p.learn.learner import Learner
 from fedp2p.learn.train import accuracy, configure_threads, pick_device
 from fedp2p.plots import accuracy_curves, compare_algorithms, shard_heatmap
 from fedp2p.results import ClientRound, RunWriter, markdown_table, results_table, summarize
@@ -119,13 +119,7 @@ def run_central(
             data.train_y[pooled],
             np.empty((0, *data.train_x.shape[1:]), np.uint8),
             np.empty(0, np.int64),
-            TrainSettings(
-                config.lr,
-                config.momentum,
-                config.weight_decay,
-                config.batch_size,
-                config.seed * 1000 + i,
-            ),
+            workload.settings(config.seed * 1000 + i),
             device,
             model_seed=config.seed * 1000 + i,
         )

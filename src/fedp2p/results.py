@@ -161,10 +161,9 @@ def _pct(value: float | None) -> str:
     return "  -  " if value is None else f"{100 * value:5.1f}"
 
 
-def results_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table, one row per algorithm: global accuracy overall and per arch, local, bytes, time."""
+def _table(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Architectures present and one row of cells per algorithm, shared by both table formats."""
     archs = sorted({a for s in summaries for a in s.get("per_arch", {})})
-    head = ["algorithm", "global mean", "min", "max", *archs, "local mean", "MB sent", "wall s"]
     rows = []
     for s in summaries:
         g = s["global_acc"]
@@ -181,49 +180,32 @@ def results_table(summaries: Sequence[Mapping[str, Any]]) -> str:
                 f"{s['wall_seconds']:.0f}",
             ]
         )
+    return archs, rows
+
+
+def results_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table, one row per algorithm: global accuracy overall and per arch, local, bytes, time."""
+    archs, rows = _table(summaries)
+    head = ["algorithm", "global mean", "min", "max", *archs, "local mean", "MB sent", "wall s"]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
-    line = "  ".join(
-        h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True))
-    )
-    rule = "-" * len(line)
-    body = [
-        "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
-        for r in rows
-    ]
+
+    header = line(head)
+    rule = "-" * len(header)
     title = "accuracy in % on the global test set (per-arch columns: global mean)"
-    return "\n".join([title, rule, line, rule, *body, rule])
+    return "\n".join([title, rule, header, rule, *(line(r) for r in rows), rule])
 
 
 def markdown_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """The same table in Markdown, for the README and closing notes."""
-    archs = sorted({a for s in summaries for a in s.get("per_arch", {})})
-    head = [
-        "algorithm",
-        "global mean",
-        "min",
-        "max",
-        *[f"{a} global" for a in archs],
-        "local mean",
-        "MB sent",
-        "wall s",
-    ]
+    archs, rows = _table(summaries)
+    head = ["algorithm", "global mean", "min", "max", *[f"{a} global" for a in archs]]
+    head += ["local mean", "MB sent", "wall s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summaries:
-        g = s["global_acc"]
-        per = [
-            _pct(s["per_arch"].get(a, {}).get("global_acc", {}).get("mean")).strip() for a in archs
-        ]
-        cells = [
-            s["algorithm"],
-            _pct(g["mean"]).strip(),
-            _pct(g["min"]).strip(),
-            _pct(g["max"]).strip(),
-            *per,
-            _pct(s["local_acc"]["mean"]).strip(),
-            f"{s.get('bytes_sent', 0) / 1e6:.1f}",
-            f"{s['wall_seconds']:.0f}",
-        ]
-        out.append("| " + " | ".join(cells) + " |")
+    out += ["| " + " | ".join(c.strip() for c in r) + " |" for r in rows]
     return "\n".join(out)
